@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+import pickle
 import sys
 import time
 import warnings
+import zipfile
 from typing import Any, ClassVar, Literal, Optional, TypeVar, Union
 
 import gymnasium as gym
@@ -20,8 +22,16 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from stable_baselines3.common.utils import safe_mean
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecNormalize
 
+from sb3_satr.evaluation import GenerationJob, WorkerSettings, member_fitness
 from sb3_satr.network.masks import PackedMasks
 from sb3_satr.normalization import ObservationStatistics, TaskStatistics, normalize_observations
+from sb3_satr.parallel import (
+    BackendName,
+    WorkerBackend,
+    make_backend,
+    resolve_backend,
+    worker_env_spec,
+)
 from sb3_satr.policies import RSNNPolicy
 from sb3_satr.search import (
     BernoulliUpdate,
@@ -115,15 +125,20 @@ class SATR(BaseAlgorithm):
     :param update: ``"satr"`` (signal-adaptive trust region), ``"ec"`` (Adam on the natural
         gradient, as in EC) or ``"natural"`` (plain natural-gradient step).
     :param target_kl: SATR's trust-region scale ``delta``.
-    :param signal_estimator: SATR's signal energy estimator, ``"variance"`` or ``"split_half"``.
+    :param signal_estimator: SATR's signal energy estimator: ``"variance"`` or ``"split_half"``
+        (from one population) or ``"ema"`` (moving averages across generations).
     :param trust_region_budget: SATR's KL budget, ``"signal"`` (``delta * S``) or ``"snr"``
         (``delta * S / (S + N)``).
     :param line_search_shrinking_factor: Factor applied to the SATR step until the exact KL
         fits the budget.
     :param line_search_max_iter: Maximum number of shrinks before the step is skipped.
     :param max_step_size: Optional cap on SATR's step size along the natural gradient.
+    :param kl_reduction: Whether ``target_kl`` bounds the KL summed over connections
+        (``"sum"``) or its mean per connection (``"mean"``).
+    :param ema_decay: Weight of the newest generation in the ``"ema"`` signal estimator.
     :param learning_rate: Learning rate of the ``"ec"`` and ``"natural"`` updates, a float or
-        a schedule of the remaining progress (1 to 0). SATR's own update does not use it.
+        a schedule of the remaining progress (1 to 0); ``None`` takes 0.15 for ``"ec"`` (EC's
+        value) and 1.0 for ``"natural"``. SATR's own update does not use it.
     :param probability_eps: Probabilities are clipped to ``[eps, 1 - eps]``.
     :param max_episode_steps: Episode cap for an environment without a time limit. Only
         applies to an environment id or a ``gym.Env``, which get a ``TimeLimit`` wrapper.
@@ -134,6 +149,21 @@ class SATR(BaseAlgorithm):
     :param verbose: 0 silent, 1 training logs, 2 debug.
     :param seed: Seed of the search, the environments and the policy.
     :param device: Ignored apart from a warning: the spiking network runs on the CPU.
+    :param n_workers: Worker processes or Ray actors that evaluate the population; 0 plays
+        it in this process on the model's VecEnv.
+    :param backend: ``"inprocess"``, ``"processes"`` (local processes started with
+        ``forkserver``, or ``spawn`` where it is missing) or ``"ray"``. ``None`` picks
+        ``"inprocess"`` for ``n_workers=0`` and ``"processes"`` otherwise. Workers rebuild the
+        environment from its spec, start at the first generation and stop at
+        ``close_workers()``. Fitness, probabilities and observation statistics do not depend
+        on the backend or on ``n_workers``.
+    :param envs_per_worker: Environment copies per worker, each playing one episode at a
+        time; the worker steps their networks in one batched kernel call.
+    :param worker_timeout: Seconds a worker may take over one batch of tasks before
+        ``learn()`` stops the workers and raises ``WorkerError``.
+    :param ray_address: Address of a running Ray cluster for ``backend="ray"``, such as
+        ``"127.0.0.1:6379"``. Without it, SATR uses the Ray instance this process is
+        connected to, or starts a local one.
     :param _init_setup_model: Build the policy at construction.
     """
 
@@ -150,13 +180,15 @@ class SATR(BaseAlgorithm):
         n_eval_episodes: int = 1,
         alive_bonus_offset: float = 0.0,
         update: UpdateName = "satr",
-        target_kl: float = 20.0,
-        signal_estimator: Literal["variance", "split_half"] = "variance",
+        target_kl: float = 0.2,
+        signal_estimator: Literal["variance", "split_half", "ema"] = "ema",
         trust_region_budget: Literal["signal", "snr"] = "signal",
         line_search_shrinking_factor: float = 0.5,
         line_search_max_iter: int = 10,
         max_step_size: Optional[float] = None,
-        learning_rate: Union[float, Schedule] = 0.15,
+        kl_reduction: Literal["sum", "mean"] = "mean",
+        ema_decay: float = 0.1,
+        learning_rate: Union[float, Schedule, None] = None,
         probability_eps: float = 1e-3,
         max_episode_steps: Optional[int] = None,
         policy_kwargs: Optional[dict[str, Any]] = None,
@@ -165,9 +197,21 @@ class SATR(BaseAlgorithm):
         verbose: int = 0,
         seed: Optional[int] = None,
         device: Union[th.device, str] = "auto",
+        n_workers: int = 0,
+        backend: Optional[BackendName] = None,
+        envs_per_worker: int = 1,
+        worker_timeout: float = 600.0,
+        ray_address: Optional[str] = None,
         _init_setup_model: bool = True,
     ) -> None:
         policy, env = self._resolve_policy_and_env(policy_or_env, env, policy)
+        policy_class = self.policy_aliases.get(policy, policy) if isinstance(policy, str) else policy
+        if not (isinstance(policy_class, type) and issubclass(policy_class, RSNNPolicy)):
+            raise ValueError(
+                f"SATR trains RSNNPolicy or a subclass of it, got policy={policy!r}. A model saved by another "
+                "algorithm must be loaded with that algorithm's class."
+            )
+        backend = resolve_backend(n_workers, backend, envs_per_worker, worker_timeout, ray_address)
         _check_int("population_size", population_size, minimum=2)
         _check_int("n_eval_episodes", n_eval_episodes, minimum=1)
         _check_int("line_search_max_iter", line_search_max_iter, minimum=0)
@@ -179,6 +223,8 @@ class SATR(BaseAlgorithm):
             raise ValueError(f"probability_eps must lie in (0, 0.5), got {probability_eps!r}.")
         if max_episode_steps is not None:
             _check_int("max_episode_steps", max_episode_steps, minimum=1)
+        if learning_rate is None:
+            learning_rate = 1.0 if update == "natural" else 0.15
         if not callable(learning_rate) and not (isinstance(learning_rate, (int, float)) and learning_rate > 0):
             raise ValueError(f"learning_rate must be a positive float or a schedule, got {learning_rate!r}.")
         if str(device) not in ("auto", "cpu"):
@@ -200,8 +246,17 @@ class SATR(BaseAlgorithm):
         self.line_search_shrinking_factor = line_search_shrinking_factor
         self.line_search_max_iter = int(line_search_max_iter)
         self.max_step_size = max_step_size
+        self.kl_reduction = kl_reduction
+        self.ema_decay = ema_decay
         self.probability_eps = float(probability_eps)
         self.max_episode_steps = max_episode_steps
+        self.n_workers = int(n_workers)
+        self.backend = backend
+        self.envs_per_worker = int(envs_per_worker)
+        self.worker_timeout = float(worker_timeout)
+        self.ray_address = ray_address
+        self._workers: Optional[WorkerBackend] = None
+        self._workers_env: Optional[VecEnv] = None
         self._search_seed: Optional[int] = None
         self._n_generations = 0
         self._n_failed_members = 0
@@ -248,7 +303,44 @@ class SATR(BaseAlgorithm):
                 )
         return (policy if policy is not None else "RSNNPolicy"), env
 
+    @classmethod
+    def load(  # type: ignore[override]
+        cls: type[SelfSATR],
+        path: Any,
+        env: Optional[GymEnv] = None,
+        device: Union[th.device, str] = "auto",
+        custom_objects: Optional[dict[str, Any]] = None,
+        print_system_info: bool = False,
+        force_reset: bool = True,
+        **kwargs: Any,
+    ) -> SelfSATR:
+        """Load a model saved by ``SATR.save``; see ``BaseAlgorithm.load`` for the arguments.
+
+        A damaged file, or a file saved by another algorithm, raises ``ValueError``.
+        """
+        try:
+            return super().load(
+                path,
+                env=env,
+                device=device,
+                custom_objects=custom_objects,
+                print_system_info=print_system_info,
+                force_reset=force_reset,
+                **kwargs,
+            )
+        except (zipfile.BadZipFile, EOFError, AssertionError, KeyError, pickle.UnpicklingError) as error:
+            raise ValueError(
+                f"Cannot load a SATR model from {path!r}: the file is damaged or is not a model saved by "
+                f"SATR.save ({type(error).__name__}: {error})."
+            ) from error
+
     def _setup_model(self) -> None:
+        # Workers hold a copy of the old policy; the next generation starts new ones.
+        self.close_workers()
+        # SATR.load(path, n_workers=..., backend=...) sets these after the constructor's checks.
+        self.backend = resolve_backend(
+            self.n_workers, self.backend, self.envs_per_worker, self.worker_timeout, self.ray_address
+        )
         self._setup_lr_schedule()
         self.set_random_seed(self.seed)
         if self._search_seed is None:
@@ -260,6 +352,8 @@ class SATR(BaseAlgorithm):
         policy_kwargs = dict(self.policy_kwargs)
         if self.env is not None:
             _check_time_limit(self.env)
+            if self.backend != "inprocess":
+                worker_env_spec(self.env)
             if isinstance(self.env, VecNormalize) and self.env.norm_obs and policy_kwargs.get("normalize_observations", True):
                 warnings.warn(
                     "The environment is wrapped in VecNormalize, so SATR turns off the policy's own "
@@ -285,6 +379,8 @@ class SATR(BaseAlgorithm):
                 line_search_shrinking_factor=self.line_search_shrinking_factor,
                 line_search_max_iter=self.line_search_max_iter,
                 max_step_size=self.max_step_size,
+                kl_reduction=self.kl_reduction,
+                ema_decay=self.ema_decay,
                 eps=self.probability_eps,
             )
         learning_rate = float(self.lr_schedule(1.0))
@@ -307,7 +403,7 @@ class SATR(BaseAlgorithm):
         return ["policy", "update_state"], []
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "search_update", "update_state"]
+        return [*super()._excluded_save_params(), "search_update", "update_state", "_workers", "_workers_env"]
 
     def get_parameters(self) -> dict[str, dict]:
         self.update_state.pull(self.search_update)
@@ -380,11 +476,13 @@ class SATR(BaseAlgorithm):
         # The learning rate of a generation follows the progress at its start, which lies in (0, 1].
         learning_rate = float(self.lr_schedule(self._current_progress_remaining))
         samples = sample_population(probabilities, self.population_size, sample_seed)
-        member_masks = policy.layout.pack_flat_words(samples)
-        mode_masks = policy.packed_mode_masks()
-        masks = PackedMasks(*(np.concatenate([a, b]) for a, b in zip(member_masks, mode_masks)))
-
-        result = self._evaluate_population(masks, episode_seeds, callback)
+        if self.backend == "inprocess":
+            member_masks = policy.layout.pack_flat_words(samples)
+            mode_masks = policy.packed_mode_masks()
+            masks = PackedMasks(*(np.concatenate([a, b]) for a, b in zip(member_masks, mode_masks)))
+            result = self._evaluate_population(masks, episode_seeds, callback)
+        else:
+            result = self._evaluate_in_workers(probabilities, sample_seed, episode_seeds, callback)
         if result is None:
             return False
 
@@ -539,16 +637,96 @@ class SATR(BaseAlgorithm):
                 network_index[i] = filler
                 reset[i] = True
 
-        shaped = returns + self.alive_bonus_offset * lengths
-        member_failed = failed.reshape(n_members, self.n_eval_episodes).any(axis=1)
-        fitness = shaped.reshape(n_members, self.n_eval_episodes).mean(axis=1)
-        fitness[member_failed] = np.nan
+        fitness, member_failed = member_fitness(returns, lengths, failed, self.n_eval_episodes, self.alive_bonus_offset)
         return PopulationResult(
             fitness=fitness,
             failed=member_failed,
             episode_returns=returns.reshape(n_members, self.n_eval_episodes),
             episode_lengths=lengths.reshape(n_members, self.n_eval_episodes),
             statistics=statistics,
+        )
+
+    # Parallel evaluation.
+
+    def close_workers(self) -> None:
+        """Stop the worker processes or Ray actors of parallel evaluation, if any are running.
+
+        The next generation starts new ones. Workers also stop when the model is garbage
+        collected and at interpreter exit.
+        """
+        workers = getattr(self, "_workers", None)
+        self._workers = None
+        self._workers_env = None
+        if workers is not None:
+            workers.close()
+
+    def _start_workers(self) -> WorkerBackend:
+        """Return the running workers, starting new ones if there are none or the env was replaced."""
+        if self._workers is not None and self._workers_env is self.env:
+            return self._workers
+        self.close_workers()
+        settings = WorkerSettings(
+            env_spec=worker_env_spec(self.env),
+            policy_class=type(self.policy),
+            policy_kwargs=self.policy._get_constructor_parameters(),
+            envs_per_worker=self.envs_per_worker,
+            # Workers are the unit of parallelism. A second OpenMP thread per worker only
+            # contends with the other workers' env steps (measured in benchmarks/parallel.py).
+            numba_threads=1,
+        )
+        self._workers = make_backend(self.backend, settings, self.n_workers, self.worker_timeout, self.ray_address)
+        self._workers_env = self.env
+        return self._workers
+
+    def _evaluate_in_workers(
+        self, probabilities: np.ndarray, sample_seed: int, episode_seeds: np.ndarray, callback: BaseCallback
+    ) -> Optional[PopulationResult]:
+        """Play every member's episodes in the workers; return ``None`` if a callback stopped training.
+
+        Callbacks see one ``on_step`` per generation, after all its episodes: by then
+        ``num_timesteps`` has grown by the steps the workers took, ``dones`` contains one
+        ``True`` per episode, ``infos`` the info dict of each episode's last step (with
+        Monitor's ``"episode"``) and ``rewards`` the episode returns.
+        """
+        workers = self._start_workers()
+        mean, std = self.policy.observation_normalizer()
+        job = GenerationJob(
+            generation=self._n_generations,
+            probabilities=probabilities,
+            sample_seed=sample_seed,
+            population_size=self.population_size,
+            obs_mean=mean,
+            obs_std=std,
+        )
+        try:
+            results = workers.evaluate(job, episode_seeds, self.n_eval_episodes)
+        except BaseException:
+            # The backend has stopped its workers; the next generation starts new ones.
+            self.close_workers()
+            raise
+
+        self.num_timesteps += int(np.sum(results.lengths))
+        dones = np.ones(len(results.lengths), dtype=np.bool_)
+        infos = results.final_infos
+        rewards = results.returns
+        self._update_info_buffer(infos, dones)
+        self._update_current_progress_remaining(self.num_timesteps, self._total_timesteps)
+        self.logger.record("time/evaluation_seconds", results.timing.wall_seconds)
+        self.logger.record("time/worker_overhead_seconds", results.timing.overhead_seconds)
+
+        callback.update_locals(locals())
+        if not callback.on_step():
+            return None
+
+        fitness, failed = member_fitness(
+            results.returns, results.lengths, results.failed, self.n_eval_episodes, self.alive_bonus_offset
+        )
+        return PopulationResult(
+            fitness=fitness,
+            failed=failed,
+            episode_returns=results.returns.reshape(self.population_size, self.n_eval_episodes),
+            episode_lengths=results.lengths.reshape(self.population_size, self.n_eval_episodes),
+            statistics=results.statistics,
         )
 
     def _dump_logs(self) -> None:

@@ -8,7 +8,7 @@ from sb3_satr import SATR
 
 # About 3 minutes on 2 cores. CartPole-v1 counts as solved at a mean return of 475.
 CARTPOLE_TIMESTEPS = 150_000
-CARTPOLE_KWARGS = dict(population_size=16, policy_kwargs=dict(n_neurons=64))
+CARTPOLE_KWARGS = dict(population_size=16, target_kl=1.0, policy_kwargs=dict(n_neurons=64))
 
 
 def deterministic_return(model, env_id, seed, n_episodes=10):
@@ -26,10 +26,13 @@ def test_cartpole_reaches_475():
 
 
 def test_hopper_short_run_improves():
-    model = SATR("Hopper-v5", seed=0, population_size=16, alive_bonus_offset=-1.0, policy_kwargs=dict(n_neurons=64))
-    before = deterministic_return(model, "Hopper-v5", seed=100, n_episodes=3)
-    model.learn(20_000)
-    after = deterministic_return(model, "Hopper-v5", seed=100, n_episodes=3)
-    print(f"Hopper-v5: deterministic return {before:.1f} before, {after:.1f} after {model.num_timesteps} steps")
-    assert np.isfinite(after)
-    assert after > before
+    """The population's mean return rises over a short Hopper-v5 run."""
+    model = SATR("Hopper-v5", seed=0, population_size=16, policy_kwargs=dict(n_neurons=64))
+    mean_returns = []
+    while model.num_timesteps < 40_000:
+        model.learn(1, reset_num_timesteps=False)  # one generation per call
+        mean_returns.append(float(np.mean(model._last_fitness)))
+    first, last = np.mean(mean_returns[:3]), np.mean(mean_returns[-3:])
+    print(f"Hopper-v5: mean member return {first:.1f} in the first 3 generations, {last:.1f} in the last 3")
+    assert len(mean_returns) >= 6
+    assert last > first

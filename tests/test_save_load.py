@@ -106,19 +106,27 @@ def test_policy_save_and_load(trained):
     np.testing.assert_array_equal(rollout_actions(policy, observations), rollout_actions(trained.policy, observations))
 
 
-def test_damaged_file_raises_clear_error(trained):
+@pytest.mark.parametrize("kept_fraction", [0.1, 0.5, 0.9])
+def test_damaged_file_raises_clear_error(trained, kept_fraction):
     trained.save("model")
     with open("model.zip", "rb") as file:
         content = file.read()
     with open("damaged.zip", "wb") as file:
-        file.write(content[: len(content) // 2])
-    with pytest.raises((ValueError, zipfile.BadZipFile, RuntimeError), match="zip|Zip|file|corrupt"):
+        file.write(content[: int(len(content) * kept_fraction)])
+    with pytest.raises(ValueError, match="damaged"):
         SATR.load("damaged.zip")
+
+
+def test_non_zip_file_raises_clear_error():
+    with open("notes.zip", "w") as file:
+        file.write("not a model")
+    with pytest.raises(ValueError, match="zip-file"):
+        SATR.load("notes.zip")
 
 
 def test_foreign_model_file_raises(tmp_path):
     PPO("MlpPolicy", "CartPole-v1", n_steps=16, batch_size=16).save("ppo_model")
-    with pytest.raises((ValueError, KeyError, TypeError, RuntimeError)):
+    with pytest.raises(ValueError, match="RSNNPolicy"):
         SATR.load("ppo_model")
 
 
