@@ -11,9 +11,18 @@ from sb3_satr.bits import n_words
 from sb3_satr.network import kernels
 from sb3_satr.network.masks import NetworkLayout, PackedMasks
 
-# Below this batch size the serial kernel is used: starting the OpenMP threads costs more
-# than one network step of the default 256-neuron network.
-PARALLEL_MIN_BATCH = 4
+# Below this batch size the serial kernel is used. One 256-neuron network step takes about
+# 7 us, so a batch must be large before two threads save more than the thread start-up costs,
+# and SATR steps its environments in the same process, which keeps the second core busy.
+# NOTE: the threshold was not measured on an idle machine. On a 2-core machine busy with
+# other processes, every parallel call waited milliseconds for a descheduled thread and lost
+# to the serial kernel at all batch sizes up to 8 (benchmarks/kernel.py --parallel-threshold).
+PARALLEL_MIN_BATCH = 32
+
+
+def uses_parallel_kernel(batch_size: int) -> bool:
+    """Return True when ``BitsetRSNN.step`` runs a batch of this size on numba's thread pool."""
+    return batch_size >= PARALLEL_MIN_BATCH and numba.get_num_threads() > 1
 
 
 class NetworkState(NamedTuple):
@@ -57,6 +66,18 @@ class BitsetRSNN:
         self.spec = layout.spec
         self.constants = self.spec.kernel_constants(layout.obs_dim)
         self.n_spike_words = n_words(self.spec.n_excitatory) + n_words(self.spec.n_inhibitory)
+        self._n_excitatory = self.spec.n_excitatory
+        # Shapes without the leading network or row axis, computed once because step()
+        # checks them on every call.
+        n = self.spec.n_neurons
+        self._mask_shapes = PackedMasks(
+            input=(layout.n_input_words, n),
+            excitatory=(n_words(self.spec.n_excitatory), n),
+            inhibitory=(n_words(self.spec.n_inhibitory), n),
+            output=(n_words(n), layout.n_outputs),
+        )
+        self._state_shapes = NetworkState(v=(n,), i_syn=(n,), rate=(n,), spikes=(self.n_spike_words,))
+        self._state_dtypes = NetworkState(v=np.float32, i_syn=np.float32, rate=np.float32, spikes=np.uint64)
 
     def initial_state(self, batch_size: int) -> NetworkState:
         """Zero state for ``batch_size`` rows."""
@@ -97,8 +118,7 @@ class BitsetRSNN:
             )
         observations = np.ascontiguousarray(observations)
         batch = observations.shape[0]
-        if state.batch_size != batch:
-            raise ValueError(f"The state holds {state.batch_size} rows but {batch} observations were given.")
+        self._check_state(state, batch)
         self._check_masks(masks)
 
         if network_index is None:
@@ -127,28 +147,28 @@ class BitsetRSNN:
         elif out.dtype != np.float32 or out.shape != (batch, layout.n_outputs):
             raise ValueError(f"out must be float32 of shape ({batch}, {layout.n_outputs}), got {out.dtype} {out.shape}.")
 
-        if batch >= PARALLEL_MIN_BATCH and numba.get_num_threads() > 1:
-            advance = kernels._advance_parallel
-        else:
-            advance = kernels._advance_serial
+        advance = kernels._advance_parallel if uses_parallel_kernel(batch) else kernels._advance_serial
         advance(
             observations, masks.input, masks.excitatory, masks.inhibitory, masks.output, network_index,
             state.v, state.i_syn, state.rate, state.spikes, reset, self.constants,
-            self.spec.n_substeps, self.spec.n_excitatory, out,
+            self.spec.n_substeps, self._n_excitatory, out,
         )
         return out
 
+    def _check_state(self, state: NetworkState, batch: int) -> None:
+        for name, array, dtype, row_shape in zip(NetworkState._fields, state, self._state_dtypes, self._state_shapes):
+            shape = (batch, *row_shape)
+            if array.dtype != dtype or array.shape != shape or not array.flags.c_contiguous:
+                raise ValueError(
+                    f"state.{name} must be a C-contiguous {np.dtype(dtype).name} array of shape {shape} for "
+                    f"{batch} observations, got {array.dtype} {array.shape}. Build states with "
+                    "BitsetRSNN.initial_state."
+                )
+
     def _check_masks(self, masks: PackedMasks) -> None:
-        layout = self.layout
-        spec = self.spec
         m = masks.n_networks
-        expected = PackedMasks(
-            input=(m, layout.n_input_words, spec.n_neurons),
-            excitatory=(m, n_words(spec.n_excitatory), spec.n_neurons),
-            inhibitory=(m, n_words(spec.n_inhibitory), spec.n_neurons),
-            output=(m, n_words(spec.n_neurons), layout.n_outputs),
-        )
-        for name, array, shape in zip(PackedMasks._fields, masks, expected):
+        for name, array, network_shape in zip(PackedMasks._fields, masks, self._mask_shapes):
+            shape = (m, *network_shape)
             if array.dtype != np.uint64 or array.shape != shape or not array.flags.c_contiguous:
                 raise ValueError(
                     f"masks.{name} must be a C-contiguous uint64 array of shape {shape}, got {array.dtype} "
