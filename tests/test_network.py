@@ -451,11 +451,11 @@ UNCACHED_SCRIPT = textwrap.dedent(
 
         layout = NetworkLayout(NetworkSpec(n_neurons=65), obs_dim=11, n_outputs=3)
         rng = np.random.default_rng(99)
-        masks = layout.pack(rng.random((8, layout.n_params)) < 0.5)
+        masks = layout.pack(rng.random((40, layout.n_params)) < 0.5)
         network = BitsetRSNN(layout)
-        observations = (3.0 * rng.standard_normal((8, 11))).astype(np.float32)
+        observations = (3.0 * rng.standard_normal((40, 11))).astype(np.float32)
         serial = network.step(masks, observations[:1], network.initial_state(1), network_index=[0])
-        parallel = network.step(masks, observations, network.initial_state(8))
+        parallel = network.step(masks, observations, network.initial_state(40))
         np.savez(sys.argv[2], serial=serial, parallel=parallel)
 
     ir = {}
@@ -502,6 +502,10 @@ def uncached_run(tmp_path_factory):
     return report
 
 
+def test_uncached_script_reaches_parallel_kernel():
+    assert 40 >= PARALLEL_MIN_BATCH
+
+
 def test_uncached_install_imports_the_copy(uncached_run):
     assert uncached_run["package"].startswith(uncached_run["site"])
 
@@ -514,11 +518,11 @@ def test_uncached_install_warns_once(uncached_run):
 def test_uncached_install_steps_like_cached_install(uncached_run):
     layout = NetworkLayout(NetworkSpec(n_neurons=65), obs_dim=11, n_outputs=3)
     rng = np.random.default_rng(99)
-    masks = layout.pack(rng.random((8, layout.n_params)) < 0.5)
+    masks = layout.pack(rng.random((40, layout.n_params)) < 0.5)
     network = BitsetRSNN(layout)
-    observations = (3.0 * rng.standard_normal((8, 11))).astype(np.float32)
+    observations = (3.0 * rng.standard_normal((40, 11))).astype(np.float32)
     serial = network.step(masks, observations[:1], network.initial_state(1), network_index=[0])
-    parallel = network.step(masks, observations, network.initial_state(8))
+    parallel = network.step(masks, observations, network.initial_state(40))
     assert uncached_run["outputs"]["serial"].tobytes() == serial.tobytes()
     assert uncached_run["outputs"]["parallel"].tobytes() == parallel.tobytes()
 
