@@ -108,7 +108,7 @@ class SATR(BaseAlgorithm):
     model's VecEnv, and moves the probabilities along the natural gradient of the
     rank-shaped returns. The SATR update bounds the exact KL divergence of each move by a
     budget scaled with the signal energy the population found. Parts of the SATR update are
-    this package's reconstruction; ``docs/algorithm.md`` says which.
+    this package's reconstruction, listed in ``docs/algorithm.md``.
 
     The first argument may be the environment or, in the Stable-Baselines3 form, the policy:
     ``SATR("Hopper-v5")``, ``SATR(env, policy=RSNNPolicy)`` and ``SATR("RSNNPolicy", env)``
@@ -180,8 +180,8 @@ class SATR(BaseAlgorithm):
         n_eval_episodes: int = 1,
         alive_bonus_offset: float = 0.0,
         update: UpdateName = "satr",
-        target_kl: float = 0.2,
-        signal_estimator: Literal["variance", "split_half", "ema"] = "ema",
+        target_kl: float = 0.07,
+        signal_estimator: Literal["variance", "split_half", "ema"] = "split_half",
         trust_region_budget: Literal["signal", "snr"] = "signal",
         line_search_shrinking_factor: float = 0.5,
         line_search_max_iter: int = 10,
