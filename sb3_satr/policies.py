@@ -104,6 +104,7 @@ class RSNNPolicy(BasePolicy):
         self._rng = np.random.default_rng()
         self._mode_masks: Optional[PackedMasks] = None
         self._mode_source: Optional[np.ndarray] = None
+        self._sampled_masks: Optional[tuple[np.ndarray, PackedMasks]] = None
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         # BasePolicy adds feature-extractor arguments that this policy does not take.
@@ -201,9 +202,11 @@ class RSNNPolicy(BasePolicy):
             return np.argmax(outputs, axis=1).astype(self.action_space.dtype)
         low = self.action_space.low.reshape(-1)
         high = self.action_space.high.reshape(-1)
-        scaled = low + (np.clip(outputs, -1.0, 1.0) + 1.0) * 0.5 * (high - low)
-        scaled = np.clip(scaled, low, high)
-        return scaled.reshape((-1, *self.action_space.shape)).astype(self.action_space.dtype)
+        # Plain ufuncs instead of np.clip: this runs once per environment step in training.
+        unit = np.minimum(np.maximum(outputs, -1.0), 1.0)
+        scaled = low + (unit + 1.0) * (0.5 * (high - low))
+        scaled = np.minimum(np.maximum(scaled, low), high)
+        return scaled.reshape((-1, *self.action_space.shape)).astype(self.action_space.dtype, copy=False)
 
     def initial_state(self, batch_size: int) -> RSNNState:
         """Zero recurrent state for ``batch_size`` rows, without sampled networks."""
@@ -268,7 +271,7 @@ class RSNNPolicy(BasePolicy):
                     seed = int(self._rng.integers(0, 2**63 - 1))
                     words[row] = sample_population(self.probabilities_array, 1, seed)[0]
                 has_network[rows] = True
-            masks = self.layout.pack(unpack_bits(words, self.layout.n_params, axis=1))
+            masks = self._packed_sampled_masks(words)
             index = np.arange(batch, dtype=np.int64)
         outputs = self.network.step(masks, normalized, network_state, reset=starts, network_index=index)
 
@@ -276,6 +279,14 @@ class RSNNPolicy(BasePolicy):
         if not vectorized:
             actions = actions.squeeze(axis=0)
         return actions, (v, i_syn, rate, spikes, words, has_network)
+
+    def _packed_sampled_masks(self, words: np.ndarray) -> PackedMasks:
+        """Packed masks of the sampled networks ``words``, reused while the rows keep their networks."""
+        cached = self._sampled_masks
+        if cached is None or cached[0].shape != words.shape or not np.array_equal(cached[0], words):
+            cached = (words.copy(), self.layout.pack(unpack_bits(words, self.layout.n_params, axis=1)))
+            self._sampled_masks = cached
+        return cached[1]
 
     def _copy_state(self, state: tuple[np.ndarray, ...], batch: int) -> RSNNState:
         if not isinstance(state, tuple) or len(state) != 6:

@@ -443,6 +443,8 @@ class SATR(BaseAlgorithm):
         total_timesteps, callback = self._setup_learn(
             total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar
         )
+        # A continued run may have ended past its old budget; measure progress on the new one.
+        self._update_current_progress_remaining(self.num_timesteps, total_timesteps)
         callback.on_training_start(locals(), globals())
 
         while self.num_timesteps < total_timesteps:
@@ -474,7 +476,7 @@ class SATR(BaseAlgorithm):
         sample_seed, episode_seeds = self._generation_seeds(self._n_generations, n_tasks)
 
         # The learning rate of a generation follows the progress at its start, which lies in (0, 1].
-        learning_rate = float(self.lr_schedule(self._current_progress_remaining))
+        learning_rate = float(self.lr_schedule(min(max(self._current_progress_remaining, 0.0), 1.0)))
         samples = sample_population(probabilities, self.population_size, sample_seed)
         if self.backend == "inprocess":
             member_masks = policy.layout.pack_flat_words(samples)
@@ -575,6 +577,8 @@ class SATR(BaseAlgorithm):
         reset = np.ones(n_envs, dtype=np.bool_)
         at_start = np.array(self._last_episode_starts, dtype=np.bool_).reshape(n_envs)
         state = network.initial_state(n_envs)
+        outputs = np.empty((n_envs, policy.layout.n_outputs), dtype=np.float32)
+        network._check_masks(masks)
         observations = np.array(self._last_obs, dtype=np.float64).reshape(n_envs, -1)
         next_task = 0
         n_finished = 0
@@ -594,19 +598,22 @@ class SATR(BaseAlgorithm):
                 next_task += 1
 
             active = slot_task >= 0
-            finite = np.all(np.isfinite(observations), axis=1)
-            failed[slot_task[active & ~finite]] = True
+            finite = np.isfinite(observations).all(axis=1)
+            all_finite = bool(finite.all())
+            if not all_finite:
+                failed[slot_task[active & ~finite]] = True
+                observations = np.where(finite[:, None], observations, 0.0)
             scored = active & finite
             scored[active] &= ~failed[slot_task[active]]
             if statistics is not None:
                 statistics.add(slot_task[scored], observations[scored])
 
-            safe = np.where(finite[:, None], observations, 0.0)
             if policy.normalize_observations:
-                network_input = normalize_observations(safe, mean, std, policy.observation_clip)
+                network_input = normalize_observations(observations, mean, std, policy.observation_clip)
             else:
-                network_input = safe.astype(np.float32)
-            outputs = network.step(masks, network_input, state, reset=reset, network_index=network_index)
+                network_input = np.ascontiguousarray(observations, dtype=np.float32)
+            # Every array here was built for the kernel by this method, so its checks are skipped.
+            network.advance_unchecked(masks, network_input, state, reset, network_index, outputs)
             reset[:] = False
             actions = policy.actions_from_outputs(outputs)
 

@@ -65,7 +65,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise SystemExit(f"--hyperparams must be a JSON object, got {args.hyperparams!r}.")
         hyperparameters.update(overrides)
 
-    # Imported here so that --help answers without loading torch and numba.
+    # Imported here so that --help returns without loading torch and numba.
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.evaluation import evaluate_policy
 

@@ -213,6 +213,14 @@ def test_continue_with_reset_num_timesteps_false():
     assert model._n_generations > generations
 
 
+def test_continue_with_schedule_after_overshoot():
+    model = SATR("CartPole-v1", update="ec", learning_rate=lambda progress: 0.15 * progress, seed=0, **SMALL)
+    model.learn(100)
+    assert model.num_timesteps > 100  # the last generation ran past the budget
+    model.learn(100, reset_num_timesteps=False)
+    assert 0.0 < model.search_update.learning_rate <= 0.15
+
+
 @pytest.mark.parametrize("update", ["ec", "natural"])
 def test_other_updates_train_with_schedule(update):
     model = SATR("CartPole-v1", update=update, learning_rate=lambda progress: 0.1 * progress, seed=0, **SMALL)

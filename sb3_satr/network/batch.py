@@ -147,13 +147,31 @@ class BitsetRSNN:
         elif out.dtype != np.float32 or out.shape != (batch, layout.n_outputs):
             raise ValueError(f"out must be float32 of shape ({batch}, {layout.n_outputs}), got {out.dtype} {out.shape}.")
 
-        advance = kernels._advance_parallel if uses_parallel_kernel(batch) else kernels._advance_serial
+        self.advance_unchecked(masks, observations, state, reset, network_index, out)
+        return out
+
+    def advance_unchecked(
+        self,
+        masks: PackedMasks,
+        observations: np.ndarray,
+        state: NetworkState,
+        reset: np.ndarray,
+        network_index: np.ndarray,
+        out: np.ndarray,
+    ) -> None:
+        """Run the kernel of ``step`` without its checks, for callers that built every array.
+
+        Every argument must already have the exact dtype, shape and C order that ``step``
+        checks for (``BitsetRSNN.initial_state``, ``NetworkLayout.pack``, float32
+        observations, bool ``reset``, int64 ``network_index`` within the masks, float32
+        ``out``). A wrong array is not detected here and can crash the process.
+        """
+        advance = kernels._advance_parallel if uses_parallel_kernel(observations.shape[0]) else kernels._advance_serial
         advance(
             observations, masks.input, masks.excitatory, masks.inhibitory, masks.output, network_index,
             state.v, state.i_syn, state.rate, state.spikes, reset, self.constants,
             self.spec.n_substeps, self._n_excitatory, out,
         )
-        return out
 
     def _check_state(self, state: NetworkState, batch: int) -> None:
         for name, array, dtype, row_shape in zip(NetworkState._fields, state, self._state_dtypes, self._state_shapes):
