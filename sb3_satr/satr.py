@@ -85,11 +85,16 @@ class _UpdateState(th.nn.Module):
 
     def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
         expected = set(dict(self.named_buffers()))
-        if strict and set(state_dict) != expected:
-            raise RuntimeError(
-                f"The saved update state has keys {sorted(state_dict)}, but this update expects {sorted(expected)}. "
-                "Was the model saved with another 'update'?"
+        if set(state_dict) != expected:
+            # A model saved with one update and loaded with another (SATR.load(path, update="ec")).
+            warnings.warn(
+                f"The saved update state has keys {sorted(state_dict)}, but the update of this model expects "
+                f"{sorted(expected)}, so the model was saved with another update. The new update starts from "
+                "its initial state; the connection probabilities and observation statistics are loaded.",
+                UserWarning,
+                stacklevel=2,
             )
+            return th.nn.modules.module._IncompatibleKeys([], [])
         for name, value in state_dict.items():
             self.register_buffer(name, th.as_tensor(value).clone())
         return th.nn.modules.module._IncompatibleKeys([], [])

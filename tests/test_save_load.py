@@ -92,6 +92,15 @@ def test_adam_state_saved_with_ec_update():
         np.testing.assert_array_equal(loaded.search_update.get_state()[key], value)
 
 
+def test_load_with_other_update_warns_and_trains(trained):
+    trained.save("model")
+    with pytest.warns(UserWarning, match="saved with another update"):
+        loaded = SATR.load("model", env=make_vec_env("CartPole-v1", n_envs=1, seed=1), update="ec")
+    np.testing.assert_array_equal(loaded.policy.probabilities_array, trained.policy.probabilities_array)
+    loaded.learn(100, reset_num_timesteps=False)
+    assert int(loaded.search_update.get_state()["step_count"]) >= 1
+
+
 def test_get_set_parameters_round_trip(trained):
     parameters = trained.get_parameters()
     fresh = SATR("CartPole-v1", seed=1, **SMALL)
