@@ -1,9 +1,8 @@
 """SATR on Hopper-v5 for a fixed wall-clock budget, with a deterministic evaluation curve.
 
-Protocol (the one the peers in docs/benchmarks.md were measured with): one process; every
-``--eval-interval`` seconds of training wall clock the current mode network plays
-``--eval-episodes`` deterministic episodes on a separate Monitor-wrapped env; evaluation
-time is not counted in the wall clock.
+Protocol: one process. Every ``--eval-interval`` seconds of training wall clock, the current
+mode network plays ``--eval-episodes`` deterministic episodes on a separate Monitor-wrapped
+env. Evaluation time is not counted in the wall clock.
 
     python benchmarks/hopper.py                       # 15 minutes, defaults of sb3-satr-train
     python benchmarks/hopper.py --minutes 2 --eval-interval 30

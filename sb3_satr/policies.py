@@ -20,7 +20,7 @@ from sb3_satr.search import mode_connections, sample_population
 # Recurrent state returned by ``RSNNPolicy.predict``: membrane potentials, synaptic
 # currents and rate traces (B, N) float32, packed spikes (B, words) uint64, the packed
 # connections of the network each row runs (B, words) uint64 (stochastic mode only), and
-# whether that row holds a sampled network (B,) bool.
+# whether that row contains a sampled network (B,) bool.
 RSNNState = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 

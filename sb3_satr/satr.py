@@ -142,7 +142,7 @@ class SATR(BaseAlgorithm):
         (``"sum"``) or its mean per connection (``"mean"``).
     :param ema_decay: Weight of the newest generation in the ``"ema"`` signal estimator.
     :param learning_rate: Learning rate of the ``"ec"`` and ``"natural"`` updates, a float or
-        a schedule of the remaining progress (1 to 0); ``None`` takes 0.15 for ``"ec"`` (EC's
+        a schedule of the remaining progress (1 to 0). ``None`` takes 0.15 for ``"ec"`` (EC's
         value) and 1.0 for ``"natural"``. SATR's own update does not use it.
     :param probability_eps: Probabilities are clipped to ``[eps, 1 - eps]``.
     :param max_episode_steps: Episode cap for an environment without a time limit. Only

@@ -44,7 +44,7 @@ class PackedMasks(NamedTuple):
 class NetworkLayout:
     """Shapes of the three connection masks and their order in the flat parameter vector.
 
-    The flat vector, of length ``n_params = 2 * obs_dim * N + N * N + N * n_outputs``, holds
+    The flat vector, of length ``n_params = 2 * obs_dim * N + N * N + N * n_outputs``, contains
     ``K_in`` ``(2 * obs_dim, N)``, then ``K_h`` ``(N, N)`` indexed (pre, post), then ``K_out``
     ``(N, n_outputs)``, each in row-major order.
 

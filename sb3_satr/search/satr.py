@@ -59,7 +59,7 @@ class SATRUpdate(BernoulliUpdate):
     :param line_search_shrinking_factor: Factor in ``(0, 1)`` applied to ``eta`` per trial.
     :param line_search_max_iter: Maximum number of shrinks, at least 0.
     :param max_step_size: Upper bound on ``eta``, or ``None`` for no bound.
-    :param kl_reduction: ``"sum"`` bounds the KL summed over all connections; ``"mean"``
+    :param kl_reduction: ``"sum"`` bounds the KL summed over all connections. ``"mean"``
         bounds the mean KL per connection, so that one ``target_kl`` moves networks of any
         size at the same pace. The ``kl`` diagnostic uses the same reduction.
     :param ema_decay: Weight ``beta`` of the newest generation in the ``"ema"`` estimator,
