@@ -19,7 +19,7 @@ def njit_kernel(**options: Any) -> Callable[[Callable[..., Any]], Any]:
     numba raises ``RuntimeError`` at decoration time when neither the package folder nor
     the user cache folder (``NUMBA_CACHE_DIR``, ``~/.cache``) is writable, as in a read-only
     install with an unwritable home directory. The kernel is then compiled on first use in
-    every process instead, and one ``RuntimeWarning`` says so.
+    every process instead, and one ``RuntimeWarning`` reports it.
     """
 
     def decorate(function: Callable[..., Any]) -> Any:

@@ -1,6 +1,6 @@
 """Packing of boolean arrays into ``uint64`` words.
 
-Bit order: bit ``j`` (value ``1 << j``) of word ``w`` holds element ``64 * w + j`` of the
+Bit order: bit ``j`` (value ``1 << j``) of word ``w`` stores element ``64 * w + j`` of the
 packed axis. Bits past the end of the axis (padding) are zero after packing, and every
 kernel of this package ignores them.
 """

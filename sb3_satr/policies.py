@@ -17,10 +17,10 @@ from sb3_satr.network.spec import NetworkSpec
 from sb3_satr.normalization import normalize_observations
 from sb3_satr.search import mode_connections, sample_population
 
-# Recurrent state returned by ``RSNNPolicy.predict``: membrane potentials, synaptic
-# currents and rate traces (B, N) float32, packed spikes (B, words) uint64, the packed
-# connections of the network each row runs (B, words) uint64 (stochastic mode only), and
-# whether that row contains a sampled network (B,) bool.
+# Recurrent state returned by ``RSNNPolicy.predict``. It contains membrane potentials,
+# synaptic currents and rate traces (B, N) float32, and packed spikes (B, words) uint64.
+# Then come the packed connections of each row's sampled network (B, words) uint64, used
+# in stochastic mode only, and a (B,) bool that is true where a row has sampled one.
 RSNNState = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
@@ -296,14 +296,14 @@ class RSNNPolicy(BasePolicy):
             )
         template = self.initial_state(batch)
         copied = []
-        for name, given, expected in zip(("v", "i_syn", "rate", "spikes", "networks", "has_network"), state, template):
-            given = np.asarray(given)
-            if given.shape != expected.shape or given.dtype != expected.dtype:
+        for name, provided, expected in zip(("v", "i_syn", "rate", "spikes", "networks", "has_network"), state, template):
+            provided = np.asarray(provided)
+            if provided.shape != expected.shape or provided.dtype != expected.dtype:
                 raise ValueError(
                     f"state[{name}] must be {expected.dtype} of shape {expected.shape} for {batch} observations, "
-                    f"got {given.dtype} {given.shape}."
+                    f"got {provided.dtype} {provided.shape}."
                 )
-            copied.append(given.copy())
+            copied.append(provided.copy())
         return tuple(copied)  # type: ignore[return-value]
 
     def _predict(self, observation: th.Tensor, deterministic: bool = False) -> th.Tensor:

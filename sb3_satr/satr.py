@@ -695,10 +695,10 @@ class SATR(BaseAlgorithm):
     ) -> Optional[PopulationResult]:
         """Play every member's episodes in the workers; return ``None`` if a callback stopped training.
 
-        Callbacks see one ``on_step`` per generation, after all its episodes: by then
-        ``num_timesteps`` has grown by the steps the workers took, ``dones`` contains one
+        Callbacks see one ``on_step`` per generation, after all its episodes. By then
+        ``num_timesteps`` has grown by the steps the workers took. ``dones`` contains one
         ``True`` per episode, ``infos`` the info dict of each episode's last step (with
-        Monitor's ``"episode"``) and ``rewards`` the episode returns.
+        Monitor's ``"episode"``), and ``rewards`` the episode returns.
         """
         workers = self._start_workers()
         mean, std = self.policy.observation_normalizer()

@@ -12,7 +12,19 @@ from sb3_satr.search.estimators import estimate_gradient
 _ADAM_STATE_KEYS = ("first_moment", "second_moment", "step_count")
 
 
-class NaturalGradientUpdate(BernoulliUpdate):
+class _LearningRateUpdate(BernoulliUpdate):
+    """Update with a ``learning_rate`` attribute that is checked whenever it is set."""
+
+    @property
+    def learning_rate(self) -> float:
+        return self._learning_rate
+
+    @learning_rate.setter
+    def learning_rate(self, value: float) -> None:
+        self._learning_rate = check_learning_rate(value)
+
+
+class NaturalGradientUpdate(_LearningRateUpdate):
     """Plain natural-gradient ascent, ``rho' = clip(rho + learning_rate * g, eps, 1 - eps)``.
 
     ``g`` is the centered-rank natural-gradient estimate. Diagnostics report the
@@ -27,14 +39,6 @@ class NaturalGradientUpdate(BernoulliUpdate):
         super().__init__(eps)
         self.learning_rate = learning_rate
 
-    @property
-    def learning_rate(self) -> float:
-        return self._learning_rate
-
-    @learning_rate.setter
-    def learning_rate(self, value: float) -> None:
-        self._learning_rate = check_learning_rate(value)
-
     def _update(
         self, probabilities: np.ndarray, bits: np.ndarray, weights: np.ndarray
     ) -> tuple[np.ndarray, dict[str, float]]:
@@ -43,7 +47,7 @@ class NaturalGradientUpdate(BernoulliUpdate):
         return new_probabilities, self._diagnostics(new_probabilities, estimate, self.learning_rate, kl)
 
 
-class ECUpdate(BernoulliUpdate):
+class ECUpdate(_LearningRateUpdate):
     """Evolving Connectivity's update: Adam ascent on the natural-gradient estimate.
 
     From "Evolving Connectivity for Recurrent Spiking Neural Networks", arXiv:2305.17650
@@ -90,14 +94,6 @@ class ECUpdate(BernoulliUpdate):
         self._first_moment = np.zeros(0, dtype=np.float64)
         self._second_moment = np.zeros(0, dtype=np.float64)
         self._step_count = 0
-
-    @property
-    def learning_rate(self) -> float:
-        return self._learning_rate
-
-    @learning_rate.setter
-    def learning_rate(self, value: float) -> None:
-        self._learning_rate = check_learning_rate(value)
 
     def _update(
         self, probabilities: np.ndarray, bits: np.ndarray, weights: np.ndarray

@@ -66,17 +66,17 @@ class SATRUpdate(BernoulliUpdate):
         in ``(0, 1]``.
     :param eps: Clip margin of the probabilities.
 
-    With ``signal_estimator="ema"`` the step follows the bias-corrected moving average
-    ``m`` of the whitened gradients ``g / sqrt(rho (1 - rho))``, mapped back with the current
-    ``rho``, instead of ``g``, and the energies are those of ``m``: its noise
-    is ``beta^2 sum_k (1 - beta)^(2k) N_(t-k)``, divided by the squared bias correction,
-    from the per-generation ``"variance"`` noise ``N``, and its signal is
-    ``max(||m||_F^2 - noise, 0)``. Noise that is independent across generations averages
+    With ``signal_estimator="ema"`` the step follows ``m``, the bias-corrected moving average
+    of the whitened gradients ``g / sqrt(rho (1 - rho))``, mapped back with the current
+    ``rho``. The energies are those of ``m``. Its noise is
+    ``beta^2 sum_k (1 - beta)^(2k) N_(t-k)`` divided by the squared bias correction, where
+    ``N`` is the per-generation ``"variance"`` noise. Its signal is
+    ``max(||m||^2 - noise, 0)``. Noise that is independent across generations averages
     out while a gradient that persists adds up, so the signal estimate is far less noisy
-    than one population's. The Fisher norm of ``m`` uses the current probabilities even
-    for terms estimated at earlier ones. This estimator follows the idea of keeping a
-    signal-to-noise ratio from moving averages in CMA-ES with learning-rate adaptation
-    (Nomura, Akimoto and Ono, arXiv:2401.15876).
+    than one population's. Each whitened term keeps the Fisher norm of the generation that
+    measured it. This estimator follows the idea of keeping a signal-to-noise ratio from
+    moving averages in CMA-ES with learning-rate adaptation (Nomura, Akimoto and Ono,
+    arXiv:2401.15876).
     """
 
     def __init__(
