@@ -14,6 +14,9 @@ Two studies share the runs:
 - ``population``: SATR and the EC update on Hopper-v5 at ``--population-sizes``. The
   runs at the zoo config's population (64) are those of ``curves``.
 
+``--study custom --runs JSON`` runs a given list instead, for example SATR with another
+``target_kl`` or population on HalfCheetah-v5.
+
 ``satr_ec`` is the zoo's ``satr`` entry with ``update='ec'`` (EC's own learning rate). One JSON
 per run goes to ``<output-dir>/runs/``, which lets an interrupted study resume; ``report.py``
 turns them into tables and plots.
@@ -48,17 +51,28 @@ class RunSpec:
     env: str
     seed: int
     population_size: int | None = None
+    target_kl: float | None = None
+
+    @property
+    def group(self) -> str:
+        """The name without the seed: runs of one group differ only in their seed."""
+        population = "" if self.population_size is None else f"_pop{self.population_size}"
+        target_kl = "" if self.target_kl is None else f"_kl{self.target_kl:g}"
+        return f"{self.env}_{self.algo}{population}{target_kl}"
 
     @property
     def name(self) -> str:
-        population = "" if self.population_size is None else f"_pop{self.population_size}"
-        return f"{self.env}_{self.algo}{population}_seed{self.seed}"
+        return f"{self.group}_seed{self.seed}"
 
     def zoo_algo_and_overrides(self) -> tuple[str, dict[str, Any]]:
         """Return rl-zoo's algorithm key and the hyperparameters that override its config."""
         overrides: dict[str, Any] = {}
         if self.population_size is not None:
             overrides["population_size"] = self.population_size
+        if self.target_kl is not None:
+            if not self.algo.startswith("satr"):
+                raise ValueError(f"target_kl is a SATR argument, but the run is {self.algo!r}.")
+            overrides["target_kl"] = self.target_kl
         if self.algo == "satr_ec":
             overrides["update"] = "ec"
             return "satr", overrides
@@ -244,6 +258,8 @@ def planned_runs(args: argparse.Namespace) -> list[RunSpec]:
                     # The zoo config's own population is the curves run: the same spec.
                     override = None if population_size == args.zoo_population else population_size
                     runs.append(RunSpec(algo, "Hopper-v5", seed, override))
+    if args.study == "custom":
+        runs = [RunSpec(**fields) for fields in json.loads(args.runs)]
     unique: dict[str, RunSpec] = {}
     for spec in runs:
         unique.setdefault(spec.name, spec)
@@ -304,7 +320,17 @@ def run_study(args: argparse.Namespace) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--study", choices=("curves", "population", "all"), default="all", help="Which runs (default all).")
+    parser.add_argument(
+        "--study",
+        choices=("curves", "population", "all", "custom"),
+        default="all",
+        help="Which runs (default all); custom runs the list given by --runs.",
+    )
+    parser.add_argument(
+        "--runs",
+        default="[]",
+        help='JSON list of runs for --study custom, e.g. \'[{"algo": "satr", "env": "Hopper-v5", "seed": 0, "target_kl": 0.2}]\'.',
+    )
     parser.add_argument("--algos", nargs="+", choices=ALGOS, default=list(ALGOS), help="Algorithms of the curves.")
     parser.add_argument("--envs", nargs="+", default=["Hopper-v5", "HalfCheetah-v5"], help="Env ids of the curves.")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="Seeds (default 0 1 2).")
@@ -338,8 +364,11 @@ def main() -> int:
 
     started = time.time()
     status = run_study(args)
+    from report import machine_and_versions  # benchmarks/ is on sys.path when this runs as a script
+
     manifest = {
         "command": " ".join([sys.executable, *sys.argv]),
+        **machine_and_versions(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "wall_minutes": round((time.time() - started) / 60.0, 2),
         "arguments": {key: value for key, value in vars(args).items() if not key.startswith("_")},

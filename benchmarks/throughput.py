@@ -60,9 +60,11 @@ def random_steps_per_second(env_id: str, n_envs: int, seconds: float, seed: int)
     return steps / elapsed
 
 
-def satr_steps_per_second(env_id: str, n_envs: int, seconds: float, seed: int) -> tuple[float, int]:
+def satr_steps_per_second(
+    env_id: str, n_envs: int, seconds: float, seed: int, overrides: dict
+) -> tuple[float, int]:
     env = make_vec_env(env_id, n_envs=n_envs, seed=seed)
-    model = SATR(env, seed=seed, **DEFAULT_HYPERPARAMETERS.get(env_id, {}))
+    model = SATR(env, seed=seed, **{**DEFAULT_HYPERPARAMETERS.get(env_id, {}), **overrides})
     model.learn(1)  # compiles the kernels and runs one generation outside the timed part
     callback = StopAfter(seconds)
     model.learn(10**12, callback=callback, reset_num_timesteps=False)
@@ -78,16 +80,18 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=60.0, help="Seconds per measurement (default 60).")
     parser.add_argument("--seed", type=int, default=0, help="Random seed (default 0).")
     parser.add_argument("--quick", action="store_true", help="20 seconds per measurement, n_envs 1 only.")
+    parser.add_argument("--hyperparams", default="{}", help="JSON object of SATR arguments overriding the defaults.")
     parser.add_argument("--json", default=None, help="Write the records to this JSON file.")
     args = parser.parse_args()
     if args.quick:
         args.seconds = 20.0
         args.n_envs = [1]
 
+    overrides = json.loads(args.hyperparams)
     records = []
     for n_envs in args.n_envs:
         random_rate = random_steps_per_second(args.env, n_envs, args.seconds, args.seed)
-        satr_rate, generations = satr_steps_per_second(args.env, n_envs, args.seconds, args.seed)
+        satr_rate, generations = satr_steps_per_second(args.env, n_envs, args.seconds, args.seed, overrides)
         record = {
             "env": args.env,
             "n_envs": n_envs,
@@ -95,6 +99,7 @@ def main() -> int:
             "satr_steps_per_second": round(satr_rate, 1),
             "ratio": round(satr_rate / random_rate, 3),
             "satr_generations": generations,
+            "hyperparameters": {**DEFAULT_HYPERPARAMETERS.get(args.env, {}), **overrides},
         }
         records.append(record)
         print(

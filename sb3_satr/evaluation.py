@@ -30,7 +30,8 @@ from stable_baselines3.common.monitor import Monitor
 
 from sb3_satr.network.batch import NetworkState
 from sb3_satr.network.masks import PackedMasks
-from sb3_satr.normalization import TaskStatistics, normalize_observations
+from sb3_satr.normalization import TaskStatistics
+from sb3_satr.rollout import observe_rows
 from sb3_satr.search import sample_population
 
 
@@ -185,6 +186,12 @@ def play_episodes(
     lengths = np.zeros(n_tasks, dtype=np.int64)
     failed = np.zeros(n_tasks, dtype=np.bool_)
     statistics = TaskStatistics(n_tasks, policy.obs_dim) if policy.normalize_observations else None
+    if statistics is not None:
+        statistics_arrays = (statistics.count, statistics.mean, statistics.m2)
+    else:
+        statistics_arrays = (np.zeros(0), np.zeros((0, 0)), np.zeros((0, 0)))
+    obs_mean = np.ascontiguousarray(obs_mean, dtype=np.float64)
+    obs_std = np.ascontiguousarray(obs_std, dtype=np.float64)
     final_infos: list[dict[str, Any]] = [{} for _ in range(n_tasks)]
 
     state = network.initial_state(n_envs)
@@ -213,18 +220,19 @@ def play_episodes(
         started = time.perf_counter()
         active = np.flatnonzero(slot_task >= 0)
         tasks = slot_task[active]
-        current = observations[active]
-        finite = np.all(np.isfinite(current), axis=1)
-        failed[tasks[~finite]] = True
-        if statistics is not None:
-            scored = ~failed[tasks]
-            statistics.add(tasks[scored], current[scored])
-
-        safe = np.where(finite[:, None], current, 0.0)
-        if policy.normalize_observations:
-            network_input = normalize_observations(safe, obs_mean, obs_std, policy.observation_clip)
-        else:
-            network_input = safe.astype(np.float32)
+        network_input = np.empty((active.size, policy.obs_dim), dtype=np.float32)
+        observe_rows(
+            observations[active],
+            tasks,
+            failed,
+            statistics is not None,
+            *statistics_arrays,
+            policy.normalize_observations,
+            obs_mean,
+            obs_std,
+            policy.observation_clip,
+            network_input,
+        )
         outputs = _step_rows(network, masks, network_input, state, active, reset, rows[tasks])
         reset[active] = False
         actions = policy.actions_from_outputs(outputs)

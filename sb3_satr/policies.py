@@ -15,6 +15,7 @@ from sb3_satr.network.batch import BitsetRSNN, NetworkState
 from sb3_satr.network.masks import MASK_NAMES, NetworkLayout, PackedMasks
 from sb3_satr.network.spec import NetworkSpec
 from sb3_satr.normalization import normalize_observations
+from sb3_satr.rollout import scale_box_actions
 from sb3_satr.search import mode_connections, sample_population
 
 # Recurrent state returned by ``RSNNPolicy.predict``. It contains membrane potentials,
@@ -202,7 +203,11 @@ class RSNNPolicy(BasePolicy):
             return np.argmax(outputs, axis=1).astype(self.action_space.dtype)
         low = self.action_space.low.reshape(-1)
         high = self.action_space.high.reshape(-1)
-        # Plain ufuncs instead of np.clip: this runs once per environment step in training.
+        if outputs.dtype == np.float32 and low.dtype == np.float32 and self.action_space.dtype == np.float32:
+            # One kernel call instead of six ufuncs: this runs once per environment step in training.
+            actions = np.empty(outputs.shape, dtype=np.float32)
+            scale_box_actions(np.ascontiguousarray(outputs), low, high, actions)
+            return actions.reshape((-1, *self.action_space.shape))
         unit = np.minimum(np.maximum(outputs, -1.0), 1.0)
         scaled = low + (unit + 1.0) * (0.5 * (high - low))
         scaled = np.minimum(np.maximum(scaled, low), high)

@@ -24,7 +24,8 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv,
 
 from sb3_satr.evaluation import GenerationJob, WorkerSettings, member_fitness
 from sb3_satr.network.masks import PackedMasks
-from sb3_satr.normalization import ObservationStatistics, TaskStatistics, normalize_observations
+from sb3_satr.normalization import ObservationStatistics, TaskStatistics
+from sb3_satr.rollout import add_rewards, observe_rows
 from sb3_satr.parallel import (
     BackendName,
     WorkerBackend,
@@ -583,6 +584,12 @@ class SATR(BaseAlgorithm):
         at_start = np.array(self._last_episode_starts, dtype=np.bool_).reshape(n_envs)
         state = network.initial_state(n_envs)
         outputs = np.empty((n_envs, policy.layout.n_outputs), dtype=np.float32)
+        network_input = np.empty((n_envs, policy.obs_dim), dtype=np.float32)
+        track_statistics = statistics is not None
+        if statistics is not None:
+            statistics_arrays = (statistics.count, statistics.mean, statistics.m2)
+        else:
+            statistics_arrays = (np.zeros(0), np.zeros((0, 0)), np.zeros((0, 0)))
         network._check_masks(masks)
         observations = np.array(self._last_obs, dtype=np.float64).reshape(n_envs, -1)
         next_task = 0
@@ -602,21 +609,20 @@ class SATR(BaseAlgorithm):
                 reset[i] = True
                 next_task += 1
 
-            active = slot_task >= 0
-            finite = np.isfinite(observations).all(axis=1)
-            all_finite = bool(finite.all())
-            if not all_finite:
-                failed[slot_task[active & ~finite]] = True
-                observations = np.where(finite[:, None], observations, 0.0)
-            scored = active & finite
-            scored[active] &= ~failed[slot_task[active]]
-            if statistics is not None:
-                statistics.add(slot_task[scored], observations[scored])
-
-            if policy.normalize_observations:
-                network_input = normalize_observations(observations, mean, std, policy.observation_clip)
-            else:
-                network_input = np.ascontiguousarray(observations, dtype=np.float32)
+            observe_rows(
+                observations,
+                slot_task,
+                failed,
+                track_statistics,
+                statistics_arrays[0],
+                statistics_arrays[1],
+                statistics_arrays[2],
+                policy.normalize_observations,
+                mean,
+                std,
+                policy.observation_clip,
+                network_input,
+            )
             # Every array here was built for the kernel by this method, so its checks are skipped.
             network.advance_unchecked(masks, network_input, state, reset, network_index, outputs)
             reset[:] = False
@@ -625,11 +631,7 @@ class SATR(BaseAlgorithm):
             new_obs, rewards, dones, infos = env.step(actions)
             self.num_timesteps += n_envs
             raw_rewards = env.get_original_reward() if isinstance(env, VecNormalize) else rewards
-            raw_rewards = np.asarray(raw_rewards, dtype=np.float64).reshape(n_envs)
-            tasks = slot_task[active]
-            returns[tasks] += raw_rewards[active]
-            lengths[tasks] += 1
-            failed[tasks[~np.isfinite(raw_rewards[active])]] = True
+            add_rewards(slot_task, np.asarray(raw_rewards, dtype=np.float64).reshape(n_envs), returns, lengths, failed)
 
             self._update_info_buffer(infos, dones)
             self._update_current_progress_remaining(self.num_timesteps, self._total_timesteps)
@@ -642,6 +644,8 @@ class SATR(BaseAlgorithm):
             if not callback.on_step():
                 return None
 
+            if not dones.any():
+                continue
             for i in np.flatnonzero(dones):
                 if slot_task[i] >= 0:
                     n_finished += 1
