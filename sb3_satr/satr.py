@@ -182,7 +182,7 @@ class SATR(BaseAlgorithm):
         env: Union[GymEnv, str, None] = None,
         *,
         policy: Union[str, type[RSNNPolicy], None] = None,
-        population_size: int = 64,
+        population_size: int = 16,
         n_eval_episodes: int = 1,
         alive_bonus_offset: float = 0.0,
         update: UpdateName = "satr",

@@ -18,9 +18,9 @@ DEFAULT_TIMESTEPS = 1_000_000
 # Settings used when an environment is trained from the command line. Keys are SATR
 # constructor arguments; an environment without an entry uses the SATR defaults.
 DEFAULT_HYPERPARAMETERS: dict[str, dict[str, Any]] = {
-    "Hopper-v5": {"population_size": 64, "alive_bonus_offset": -1.0},
-    "Walker2d-v5": {"population_size": 64, "alive_bonus_offset": -1.0},
-    "Humanoid-v5": {"population_size": 64, "alive_bonus_offset": -5.0},
+    "Hopper-v5": {"population_size": 16, "alive_bonus_offset": -1.0},
+    "Walker2d-v5": {"population_size": 16, "alive_bonus_offset": -1.0},
+    "Humanoid-v5": {"population_size": 16, "alive_bonus_offset": -5.0},
     "CartPole-v1": {"population_size": 16},
 }
 
