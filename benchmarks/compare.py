@@ -12,7 +12,7 @@ Two studies share the runs:
 
 - ``curves``: every algorithm of ``--algos`` on every env of ``--envs``, with its zoo config;
 - ``population``: SATR and the EC update on Hopper-v5 at ``--population-sizes``. The
-  runs at the zoo config's population (64) are those of ``curves``.
+  runs at the population of the zoo config are those of ``curves``.
 
 ``--study custom --runs JSON`` runs a given list instead, for example SATR with another
 ``target_kl`` or population on HalfCheetah-v5.
@@ -21,7 +21,7 @@ Two studies share the runs:
 per run goes to ``<output-dir>/runs/``, which lets an interrupted study resume; ``report.py``
 turns them into tables and plots.
 
-    python benchmarks/compare.py --quick                  # about 8 minutes
+    python benchmarks/compare.py --quick                  # about 4 minutes
     python benchmarks/compare.py --minutes 4 --jobs 2     # the study of docs/benchmarks.md
     python benchmarks/compare.py --study population --population-sizes 16 256
 """
@@ -256,7 +256,7 @@ def planned_runs(args: argparse.Namespace) -> list[RunSpec]:
             for algo in ("satr", "satr_ec"):
                 for seed in args.seeds:
                     # The zoo config's own population is the curves run: the same spec.
-                    override = None if population_size == args.zoo_population else population_size
+                    override = None if population_size == zoo_population("Hopper-v5") else population_size
                     runs.append(RunSpec(algo, "Hopper-v5", seed, override))
     if args.study == "custom":
         runs = [RunSpec(**fields) for fields in json.loads(args.runs)]
@@ -264,6 +264,16 @@ def planned_runs(args: argparse.Namespace) -> list[RunSpec]:
     for spec in runs:
         unique.setdefault(spec.name, spec)
     return list(unique.values())
+
+
+def zoo_population(env_id: str) -> int:
+    """Population of the shipped ``zoo_configs/satr.yml`` entry of ``env_id``."""
+    import yaml
+
+    from sb3_satr.zoo.configs import shipped_config_path
+
+    config = yaml.safe_load(shipped_config_path("satr").read_text())
+    return int(config[env_id]["population_size"])
 
 
 def child_environment() -> dict[str, str]:
@@ -335,7 +345,6 @@ def main() -> int:
     parser.add_argument("--envs", nargs="+", default=["Hopper-v5", "HalfCheetah-v5"], help="Env ids of the curves.")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="Seeds (default 0 1 2).")
     parser.add_argument("--population-sizes", nargs="+", type=int, default=[16, 64, 256], help="Populations of the study.")
-    parser.add_argument("--zoo-population", type=int, default=64, help="Population of zoo_configs/satr.yml for Hopper-v5.")
     parser.add_argument("--minutes", type=float, default=4.0, help="Training wall clock per run (default 4).")
     parser.add_argument("--eval-interval", type=float, default=30.0, help="Training seconds between evaluations (default 30).")
     parser.add_argument("--eval-episodes", type=int, default=5, help="Deterministic episodes per evaluation (default 5).")
@@ -359,8 +368,6 @@ def main() -> int:
             args.output_dir = "benchmarks/results/compare_quick"
     if args.jobs < 1:
         parser.error(f"--jobs must be at least 1, got {args.jobs}")
-    if args.zoo_population not in args.population_sizes and args.study != "curves":
-        print(f"note: the zoo population {args.zoo_population} is not among --population-sizes", flush=True)
 
     started = time.time()
     status = run_study(args)

@@ -81,7 +81,13 @@ def collapsed(evaluations: list[dict[str, Any]]) -> bool:
     return best > 0.0 and all(value < 0.5 * best for value in trained[-2:])
 
 
-def summarize_run(run: dict[str, Any], zoo_population: int) -> dict[str, Any]:
+def run_population(run: dict[str, Any]) -> int | None:
+    """Population of a SATR run, read from the hyperparameters the run was built with."""
+    value = run["hyperparameters"].get("population_size")
+    return None if value is None else int(value)
+
+
+def summarize_run(run: dict[str, Any]) -> dict[str, Any]:
     spec = run["spec"]
     evaluations = run["evaluations"]
     final = evaluations[-1]
@@ -91,7 +97,7 @@ def summarize_run(run: dict[str, Any], zoo_population: int) -> dict[str, Any]:
         "algo": spec["algo"],
         "env": spec["env"],
         "seed": spec["seed"],
-        "population_size": spec["population_size"] or (zoo_population if spec["algo"].startswith("satr") else None),
+        "population_size": run_population(run),
         "final_return": final["return_mean"],
         "final_return_std": final["return_std"],
         "best_return": max(record["return_mean"] for record in evaluations),
@@ -277,7 +283,6 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--input-dir", default="benchmarks/results/compare", help="Output folder of compare.py.")
     parser.add_argument("--images-dir", default="docs/images", help="Folder for the PNG plots.")
-    parser.add_argument("--zoo-population", type=int, default=64, help="Population of the runs without an override.")
     args = parser.parse_args()
 
     input_dir = Path(args.input_dir)
@@ -288,7 +293,7 @@ def main() -> int:
     if not runs:
         print(f"No runs found in {input_dir / 'runs'}: run benchmarks/compare.py first.", file=sys.stderr)
         return 1
-    summaries = {name: summarize_run(run, args.zoo_population) for name, run in runs.items()}
+    summaries = {name: summarize_run(run) for name, run in runs.items()}
 
     curves: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
     population: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)

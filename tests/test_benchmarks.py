@@ -29,7 +29,7 @@ def evaluations(*returns: float) -> list[dict[str, float]]:
     return [{"return_mean": value, "env_steps": 1 + 1000 * index, "wall_seconds": 10.0 * index} for index, value in enumerate(returns)]
 
 
-def test_collapse_needs_the_last_two_evaluations_below_half_the_best():
+def test_collapse_needs_two_low_evaluations():
     report = load_report_module()
     assert report.collapsed(evaluations(0.0, 100.0, 1000.0, 400.0, 300.0))
     assert not report.collapsed(evaluations(0.0, 100.0, 1000.0, 400.0, 600.0))
@@ -43,7 +43,7 @@ def test_collapse_ignores_the_evaluation_before_training():
     assert not report.collapsed(untrained_then_low)
 
 
-def test_first_reaching_reports_the_first_evaluation_at_the_threshold():
+def test_first_reaching_threshold():
     report = load_report_module()
     assert report.first_reaching(evaluations(10.0, 999.0, 1000.0, 2000.0), 1000.0) == {"wall_seconds": 20.0, "env_steps": 2001}
     assert report.first_reaching(evaluations(10.0, 999.0), 1000.0) is None
@@ -72,7 +72,7 @@ def test_compare_writes_one_json_per_run(cartpole_study: Path, name: str):
     assert all(len(record["returns"]) == 2 for record in run["evaluations"])
 
 
-def test_compare_records_satr_generations_with_a_per_connection_kl(cartpole_study: Path):
+def test_compare_records_satr_generations(cartpole_study: Path):
     run = json.loads((cartpole_study / "results" / "runs" / "CartPole-v1_satr_seed0.json").read_text())
     assert run["generations"]
     assert all(record["kl_per_connection"] >= 0.0 for record in run["generations"])
