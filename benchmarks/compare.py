@@ -3,7 +3,7 @@
 Every run is one process limited to one thread (numba, torch and BLAS), so that ``--jobs 2``
 runs two of them side by side on a 2-core machine without either borrowing the other's core.
 A run builds its model and environments with rl-zoo3's ExperimentManager from the shipped
-``zoo_configs/`` (VecNormalize included where a config asks for it), then trains until
+``zoo_configs/`` (VecNormalize included where a config sets ``normalize``), then trains until
 ``--minutes`` of training wall clock have passed. Every ``--eval-interval`` seconds of training
 it pauses the clock and plays ``--eval-episodes`` deterministic episodes on a separate
 evaluation env with fixed reset seeds.
@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -214,9 +215,9 @@ def run_one(spec: RunSpec, minutes: float, eval_interval: float, eval_episodes: 
         clock.spent = clock.elapsed()
         evaluate(clock.spent)
 
-    n_parameters = None
+    # SATR's probabilities are a buffer, not a parameter, so they are counted apart.
     if is_satr:
-        n_parameters = int(model.policy.probabilities.numel())
+        n_parameters = n_connections
     else:
         n_parameters = int(sum(parameter.numel() for parameter in model.policy.parameters()))
     result = {
@@ -240,6 +241,7 @@ def run_one(spec: RunSpec, minutes: float, eval_interval: float, eval_episodes: 
     os.replace(partial, output)
     model.get_env().close()
     eval_env.close()
+    shutil.rmtree(log_folder, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------------------------

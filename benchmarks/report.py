@@ -213,7 +213,7 @@ def plot_curves(env: str, runs: dict[str, list[dict[str, Any]]], path: Path) -> 
         color = ALGO_COLORS[algo]
         horizon = max(run["training_seconds"] for run in algo_runs)
         grid = np.linspace(0.0, horizon, 200)
-        held = []
+        shown = []
         for run in algo_runs:
             wall = np.array([record["wall_seconds"] for record in run["evaluations"]])
             steps = np.array([record["env_steps"] for record in run["evaluations"]])
@@ -222,8 +222,8 @@ def plot_curves(env: str, runs: dict[str, list[dict[str, Any]]], path: Path) -> 
             axes[1].plot(np.maximum(steps, 1), returns, color=color, alpha=0.3, linewidth=0.8)
             # The last evaluation at or before each grid time: what the run had to show then.
             # Before the first evaluation the run shows the first one.
-            held.append(returns[np.maximum(np.searchsorted(wall, grid, side="right") - 1, 0)])
-        axes[0].plot(grid / 60.0, np.mean(held, axis=0), color=color, linewidth=2, label=f"{ALGO_LABELS[algo]} ({len(algo_runs)} seeds)")
+            shown.append(returns[np.maximum(np.searchsorted(wall, grid, side="right") - 1, 0)])
+        axes[0].plot(grid / 60.0, np.mean(shown, axis=0), color=color, linewidth=2, label=f"{ALGO_LABELS[algo]} ({len(algo_runs)} seeds)")
     axes[0].set_xlabel("training wall clock (min)")
     axes[1].set_xlabel("env steps")
     axes[1].set_xscale("log")

@@ -31,7 +31,7 @@ from stable_baselines3.common.monitor import Monitor
 from sb3_satr.network.batch import NetworkState
 from sb3_satr.network.masks import PackedMasks
 from sb3_satr.normalization import TaskStatistics
-from sb3_satr.rollout import observe_rows
+from sb3_satr.rollout import observe_rows, statistics_buffers
 from sb3_satr.search import sample_population
 
 
@@ -186,10 +186,7 @@ def play_episodes(
     lengths = np.zeros(n_tasks, dtype=np.int64)
     failed = np.zeros(n_tasks, dtype=np.bool_)
     statistics = TaskStatistics(n_tasks, policy.obs_dim) if policy.normalize_observations else None
-    if statistics is not None:
-        statistics_arrays = (statistics.count, statistics.mean, statistics.m2)
-    else:
-        statistics_arrays = (np.zeros(0), np.zeros((0, 0)), np.zeros((0, 0)))
+    buffers = statistics_buffers(statistics)
     obs_mean = np.ascontiguousarray(obs_mean, dtype=np.float64)
     obs_std = np.ascontiguousarray(obs_std, dtype=np.float64)
     final_infos: list[dict[str, Any]] = [{} for _ in range(n_tasks)]
@@ -225,8 +222,7 @@ def play_episodes(
             observations[active],
             tasks,
             failed,
-            statistics is not None,
-            *statistics_arrays,
+            *buffers,
             policy.normalize_observations,
             obs_mean,
             obs_std,

@@ -25,7 +25,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv,
 from sb3_satr.evaluation import GenerationJob, WorkerSettings, member_fitness
 from sb3_satr.network.masks import PackedMasks
 from sb3_satr.normalization import ObservationStatistics, TaskStatistics
-from sb3_satr.rollout import add_rewards, observe_rows
+from sb3_satr.rollout import add_rewards, observe_rows, statistics_buffers
 from sb3_satr.parallel import (
     BackendName,
     WorkerBackend,
@@ -585,11 +585,7 @@ class SATR(BaseAlgorithm):
         state = network.initial_state(n_envs)
         outputs = np.empty((n_envs, policy.layout.n_outputs), dtype=np.float32)
         network_input = np.empty((n_envs, policy.obs_dim), dtype=np.float32)
-        track_statistics = statistics is not None
-        if statistics is not None:
-            statistics_arrays = (statistics.count, statistics.mean, statistics.m2)
-        else:
-            statistics_arrays = (np.zeros(0), np.zeros((0, 0)), np.zeros((0, 0)))
+        buffers = statistics_buffers(statistics)
         network._check_masks(masks)
         observations = np.array(self._last_obs, dtype=np.float64).reshape(n_envs, -1)
         next_task = 0
@@ -613,10 +609,7 @@ class SATR(BaseAlgorithm):
                 observations,
                 slot_task,
                 failed,
-                track_statistics,
-                statistics_arrays[0],
-                statistics_arrays[1],
-                statistics_arrays[2],
+                *buffers,
                 policy.normalize_observations,
                 mean,
                 std,

@@ -57,7 +57,7 @@ def test_observe_rows_matches_numpy_bit_for_bit(normalize, track):
         assert not fused.count.any()
 
 
-def test_observe_rows_zeroes_a_non_finite_row_and_fails_its_task():
+def test_observe_rows_non_finite_row():
     observations = np.array([[1.0, np.nan], [2.0, 3.0]])
     failed = np.zeros(2, dtype=np.bool_)
     statistics = TaskStatistics(2, 2)
@@ -71,7 +71,7 @@ def test_observe_rows_zeroes_a_non_finite_row_and_fails_its_task():
     assert statistics.count.tolist() == [0.0, 1.0]
 
 
-def test_scale_box_actions_matches_the_numpy_formula_bit_for_bit():
+def test_scale_box_actions_matches_numpy():
     rng = np.random.default_rng(4)
     outputs = rng.uniform(-1.5, 1.5, size=(64, 6)).astype(np.float32)
     low = rng.uniform(-3.0, -0.1, size=6).astype(np.float32)
@@ -84,7 +84,7 @@ def test_scale_box_actions_matches_the_numpy_formula_bit_for_bit():
     assert actions.tobytes() == expected.tobytes()
 
 
-def test_add_rewards_counts_busy_rows_and_fails_non_finite_rewards():
+def test_add_rewards_busy_rows():
     returns = np.zeros(3)
     lengths = np.zeros(3, dtype=np.int64)
     failed = np.zeros(3, dtype=np.bool_)
