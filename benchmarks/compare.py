@@ -46,7 +46,7 @@ THREAD_VARIABLES = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One training run: an algorithm key of this script, an env id, a seed, and a population override."""
+    """One training run: an algorithm key of this script, an env id, a seed, and optional SATR overrides."""
 
     algo: str
     env: str
@@ -72,7 +72,10 @@ class RunSpec:
             overrides["population_size"] = self.population_size
         if self.target_kl is not None:
             if not self.algo.startswith("satr"):
-                raise ValueError(f"target_kl is a SATR argument, but the run is {self.algo!r}.")
+                raise ValueError(
+                    f"target_kl is a SATR argument, but the run's algo is {self.algo!r}. "
+                    "Remove target_kl from this run or use 'satr' or 'satr_ec'."
+                )
             overrides["target_kl"] = self.target_kl
         if self.algo == "satr_ec":
             overrides["update"] = "ec"
